@@ -1,0 +1,1 @@
+"""Provider middleware: metrics, concurrency limits and the base class for your own."""

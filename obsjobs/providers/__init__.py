@@ -1,0 +1,1 @@
+"""Storage providers: in-memory by default; PostgreSQL under the ``postgres`` extra."""
