@@ -19,7 +19,7 @@ from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-import obsjobs.middleware.metrics as metrics_module
+import obsjobs.middleware.queue_stats as queue_stats_module
 from obsjobs.middleware.base import compose
 from obsjobs.middleware.metrics import Metrics
 from obsjobs.protocols import (
@@ -753,7 +753,7 @@ async def test_stats_failure_log_rate_limited(
 ) -> None:
     """Repeated stats failures log once per minute per provider."""
     now = [1000.0]
-    monkeypatch.setattr(metrics_module, "_monotonic", lambda: now[0])
+    monkeypatch.setattr(queue_stats_module, "_monotonic", lambda: now[0])
     queue.stats_error = ConnectionError("refused")
     await metrics.open()
 
@@ -769,6 +769,19 @@ async def test_stats_failure_log_rate_limited(
     assert len(logs) == 2
 
 
+async def test_stats_raising_timeout_error_reported(
+    registry: CollectorRegistry, metrics: Metrics, queue: FakeQueue
+) -> None:
+    """A TimeoutError raised inside stats() is logged as that error, not as a scrape timeout."""
+    queue.stats_error = TimeoutError("pool exhausted")
+    await metrics.open()
+
+    with capture_logs() as logs:
+        await asyncio.to_thread(generate_latest, registry)
+
+    assert logs[0]["error"] == "TimeoutError: pool exhausted"
+
+
 async def test_stats_timeout_marks_provider_down(
     registry: CollectorRegistry,
     metrics: Metrics,
@@ -776,7 +789,7 @@ async def test_stats_timeout_marks_provider_down(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A stats() that does not return in time gives provider_up 0 and a timeout error log."""
-    monkeypatch.setattr(metrics_module, "STATS_TIMEOUT_S", 0.0)
+    monkeypatch.setattr(queue_stats_module, "STATS_TIMEOUT_S", 0.0)
     queue.stats_gate = asyncio.Event()
     await metrics.open()
 
