@@ -422,8 +422,17 @@ class Engine(Generic[StateT]):
         await self.provider.close()
 
     async def wait_stopped(self) -> None:
-        """Wait until the engine has stopped, for example after :meth:`request_stop`."""
+        """Wait until the engine has stopped, for example after :meth:`request_stop`.
+
+        Raises what the shutdown started by :meth:`request_stop` raised, such as a
+        :class:`obsjobs.ProviderError` from closing the provider.
+        """
         await self._stopped.wait()
+        task = self._stop_task
+        if task is not None and task.done() and not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                raise error
 
     def statistics(self) -> WorkerStatistics | None:
         """Return the worker's counters, or ``None`` when this engine runs no worker."""

@@ -13,7 +13,7 @@ import structlog
 from opentelemetry.trace import Span
 
 from obsjobs.context import _current
-from obsjobs.errors import JobTimeoutError, ObsJobsError, ProviderError, RetryJob
+from obsjobs.errors import JobTimeoutError, ProviderError, RetryJob
 from obsjobs.jobs import JobRegistry
 from obsjobs.protocols import JobRecord, JobResult, Outcome, QueueProvider
 from obsjobs.telemetry.tracing import JobTracer, record_failure
@@ -328,8 +328,11 @@ class Worker:
             return JobResult(
                 Outcome.RETRY, started_at, duration, error_text, type(error).__name__, retry_at
             )
-        event = "job.dead" if isinstance(error, ObsJobsError) else "job.failed"
-        self._log.error(event, error=error_text, duration_s=duration, exc_info=error, **log_keys)
+        self._log.error(
+            "job.failed", error=error_text, duration_s=duration, exc_info=error, **log_keys
+        )
+        # A failure that is not retried is final: the job is kept as dead.
+        self._log.error("job.dead", error=error_text, max_attempts=job.max_attempts, **log_keys)
         return JobResult(Outcome.DEAD, started_at, duration, error_text, type(error).__name__)
 
     def _retry_requested(

@@ -22,8 +22,8 @@ _log = structlog.get_logger("obsjobs.telemetry")
 class MetricsServer:
     """A running ``/metrics`` HTTP server, stopped by :meth:`close`.
 
-    The server serves the registry on every path, in the Prometheus text format, or in OpenMetrics
-    (with exemplars) when the request's ``Accept`` header asks for
+    The server returns the registry on every path, in the Prometheus text format, or in
+    OpenMetrics (with exemplars) when the request's ``Accept`` header lists
     ``application/openmetrics-text``. Each request is handled in its own thread.
     It can be used as a context manager that closes it on exit.
     """
