@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from obsjobs.clock import Clock, ManualClock, SystemClock
 from obsjobs.context import JobContext, current_job
+from obsjobs.cron import CronTrigger
 from obsjobs.engine import Engine, EngineStatus
 from obsjobs.errors import (
     ConfigurationError,
@@ -52,7 +53,7 @@ from obsjobs.scheduler import Misfire, Overrun, Schedule
 from obsjobs.telemetry.logging import add_trace_ids, configure_logging
 from obsjobs.telemetry.otel import configure_tracing_from_env
 from obsjobs.telemetry.server import MetricsServer, start_metrics_server
-from obsjobs.triggers import CronTrigger, IntervalTrigger, Trigger
+from obsjobs.triggers import IntervalTrigger, Trigger
 from obsjobs.version import VERSION
 from obsjobs.worker import WorkerStatistics
 

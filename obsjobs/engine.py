@@ -18,6 +18,7 @@ from opentelemetry.trace import TracerProvider
 
 from obsjobs.arguments import check_arguments
 from obsjobs.clock import Clock, SystemClock
+from obsjobs.cron import CronTrigger
 from obsjobs.errors import ConfigurationError, EngineStateError
 from obsjobs.jobs import (
     DEFAULT_MAX_ATTEMPTS,
@@ -34,7 +35,7 @@ from obsjobs.providers.memory import MemoryQueue
 from obsjobs.retry import RetryPolicy
 from obsjobs.scheduler import DEFAULT_MISFIRE_GRACE_S, Misfire, Overrun, Schedule, Scheduler
 from obsjobs.telemetry.tracing import JobTracer
-from obsjobs.triggers import CronTrigger, IntervalTrigger, Trigger
+from obsjobs.triggers import IntervalTrigger, Trigger
 from obsjobs.worker import Worker, WorkerStatistics
 
 __all__ = ["Engine", "EngineStatus"]
