@@ -329,6 +329,8 @@ class Engine(Generic[StateT]):
             return results
 
     async def _send_tick(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        if not self._tracer.enabled:
+            return await self.provider.enqueue(jobs)
         with self._tracer.send(jobs, new_trace=True):
             return await self.provider.enqueue(jobs)
 

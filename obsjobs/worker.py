@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -87,6 +88,8 @@ class Worker:
         # call, which costs more than a no-op job. Built at start, after the application
         # has configured structlog.
         self._log: Any = _log.bind(worker_id=worker_id)
+        is_enabled_for = getattr(self._log, "is_enabled_for", None)
+        self._debug = is_enabled_for is None or bool(is_enabled_for(logging.DEBUG))
         self._counts = dict.fromkeys(("claimed", "succeeded", "failed", "retried", "cancelled"), 0)
 
     def statistics(self) -> WorkerStatistics:
@@ -180,13 +183,14 @@ class Worker:
         if not jobs:
             return jobs
         self._counts["claimed"] += len(jobs)
-        self._tracer.record_claim(jobs, start_ns)
+        if self._tracer.enabled:
+            self._tracer.record_claim(jobs, start_ns)
         if self._stopping:
             # Claimed while shutdown began: these never started, so they go back.
             await asyncio.gather(*(self._release(job) for job in jobs))
             return jobs
         for job in jobs:
-            task = asyncio.create_task(self._run(job), name=f"obsjobs-job-{job.job_id}")
+            task = asyncio.create_task(self._run(job))
             self._tasks[task] = job
             task.add_done_callback(self._job_done)
         return jobs
@@ -231,15 +235,15 @@ class Worker:
         try:
             if self._tracer.enabled:
                 with self._tracer.process(job) as span:
-                    await self._attempt(job, span)
+                    result, cancelled = await self._perform(job, span)
+                    await self._conclude(job, result, cancelled)
             else:
-                await self._attempt(job, None)
+                result, cancelled = await self._perform(job, None)
+                await self._conclude(job, result, cancelled)
         finally:
             _current.reset(token)
 
-    async def _attempt(self, job: JobRecord, span: Span | None) -> None:
-        log_keys = _log_keys(job, span)
-        result, cancelled = await self._perform(job, span, log_keys)
+    async def _conclude(self, job: JobRecord, result: JobResult, cancelled: bool) -> None:
         if cancelled:
             # Shield the report: a second cancellation (forced shutdown) must not
             # lose the result, or the provider would never hear of this job.
@@ -247,52 +251,47 @@ class Worker:
             raise asyncio.CancelledError
         await self._report(job, result)
 
-    async def _perform(
-        self, job: JobRecord, span: Span | None, log_keys: dict[str, Any]
-    ) -> tuple[JobResult, bool]:
+    async def _perform(self, job: JobRecord, span: Span | None) -> tuple[JobResult, bool]:
         started_at = datetime.now(UTC)
         started = time.perf_counter()
-        self._log.debug("job.started", **log_keys)
+        # Log keys are built only when something is logged: on the success path of a
+        # no-op job they would cost more than the job itself.
+        if self._debug:
+            self._log.debug("job.started", **_log_keys(job, span))
         try:
-            await self._call(job)
+            await self._invoke(job)
         except asyncio.CancelledError as error:
             task = asyncio.current_task()
+            log_keys = _log_keys(job, span)
             if task is not None and task.cancelling():
                 return self._cancelled(started_at, started, log_keys), True
             return self._failed(job, error, span, started_at, started, log_keys), False
         except RetryJob as request:
+            log_keys = _log_keys(job, span)
             return self._retry_requested(job, request, started_at, started, log_keys), False
         except Exception as error:
+            log_keys = _log_keys(job, span)
             return self._failed(job, error, span, started_at, started, log_keys), False
 
         duration = time.perf_counter() - started
         self._counts["succeeded"] += 1
-        self._log.debug("job.succeeded", duration_s=duration, **log_keys)
+        if self._debug:
+            self._log.debug("job.succeeded", duration_s=duration, **_log_keys(job, span))
         return JobResult(Outcome.SUCCEEDED, started_at, duration), False
 
-    async def _call(self, job: JobRecord) -> None:
-        timeout_s: float | None = None
+    def _invoke(self, job: JobRecord) -> Awaitable[object]:
+        """Return the job's awaitable, wrapped in its timeout if it has one.
+
+        A plain function rather than a coroutine, so that the common case (no timeout)
+        costs no extra coroutine frame per job.
+        """
         if job.function is not None:
-            function: Any = job.function
-            args: list[Any] = []
-        else:
-            registered = self._registry.get(job.name)
-            function, timeout_s = registered.function, registered.timeout_s
-            args = job.args
-        if timeout_s is None:
-            await function(self._state, *args, **job.kwargs)
-            return
-        try:
-            async with asyncio.timeout(timeout_s):
-                await function(self._state, *args, **job.kwargs)
-        except TimeoutError as error:
-            # asyncio.timeout raises TimeoutError only when its own deadline expired;
-            # a cancellation from outside still arrives as CancelledError.
-            raise JobTimeoutError(
-                f"job {job.name!r} ran longer than its timeout of {timeout_s:g}s",
-                job=job.name,
-                job_id=job.job_id,
-            ) from error
+            return job.function(self._state)
+        registered = self._registry.get(job.name)
+        call = registered.function(self._state, *job.args, **job.kwargs)
+        if registered.timeout_s is None:
+            return call
+        return _with_timeout(call, registered.timeout_s, job)
 
     def _failed(
         self,
@@ -418,6 +417,20 @@ class Worker:
                     attempt=job.attempt,
                     dead=job.dead,
                 )
+
+
+async def _with_timeout(call: Awaitable[object], timeout_s: float, job: JobRecord) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await call
+    except TimeoutError as error:
+        # asyncio.timeout raises TimeoutError only when its own deadline expired; a
+        # cancellation from outside still arrives as CancelledError.
+        raise JobTimeoutError(
+            f"job {job.name!r} ran longer than its timeout of {timeout_s:g}s",
+            job=job.name,
+            job_id=job.job_id,
+        ) from error
 
 
 def _log_keys(job: JobRecord, span: Span | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from the provider when Prometheus scrapes, so they stay right across worker proc
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import math
 import threading
@@ -370,9 +371,10 @@ class Metrics(Middleware):
     async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str) -> list[JobRecord]:
         """Claim jobs and count each one as in flight until its ``finish``."""
         jobs = await self.inner.claim(queues, limit, worker_id=worker_id)
-        metrics = self._metrics
-        for job in jobs:
-            metrics.queue_in_flight(job.queue).inc()
+        # One increment per queue rather than per job: the gauge takes a lock each time.
+        per_queue = collections.Counter(job.queue for job in jobs)
+        for queue, count in per_queue.items():
+            self._metrics.queue_in_flight(queue).inc(count)
         return jobs
 
     async def finish(self, job: JobRecord, result: JobResult) -> None:

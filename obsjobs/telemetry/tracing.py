@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
 from typing import Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.util.types import AttributeValue
 
 from obsjobs.protocols import JobRecord, NewJob
 from obsjobs.version import VERSION
 
-__all__ = ["SCHEMA_URL", "SEMCONV_VERSION", "JobTracer"]
+__all__ = ["SCHEMA_URL", "SEMCONV_VERSION", "ActiveSpan", "JobTracer", "record_failure"]
 
 SEMCONV_VERSION: Final = "1.28.0"
 """The OpenTelemetry semantic conventions release whose messaging attributes we follow."""
@@ -41,34 +44,29 @@ class JobTracer:
         self._provider_name = provider_name
         self._link_only = link_only
 
-    @contextmanager
-    def send(self, jobs: Sequence[NewJob], *, new_trace: bool = False) -> Iterator[Span]:
-        """Open the producer span around an enqueue and inject its context into each job.
+    def send(self, jobs: Sequence[NewJob], *, new_trace: bool = False) -> ActiveSpan:
+        """Start the producer span of an enqueue and inject its context into each job.
 
-        ``new_trace`` starts a root span, for schedule ticks that no request caused.
+        Use the result as a context manager around the provider call. ``new_trace``
+        starts a root span, for schedule ticks that no request caused.
         """
         queue = jobs[0].queue if jobs else ""
-        parent = otel_context.Context() if new_trace else None
-        with self._tracer.start_as_current_span(
-            f"send {queue}", context=parent, kind=SpanKind.PRODUCER
-        ) as span:
-            if span.is_recording():
-                self._set_send_attributes(span, jobs, queue)
-            for job in jobs:
-                propagate.inject(job.headers)
-            yield span
-
-    def _set_send_attributes(self, span: Span, jobs: Sequence[NewJob], queue: str) -> None:
-        span.set_attributes(self._common("send", "send", queue))
-        if len(jobs) > 1:
-            span.set_attribute("messaging.batch.message_count", len(jobs))
-            return
-        job = jobs[0]
-        span.set_attribute("messaging.obsjobs.job.name", job.name)
-        if job.schedule is not None:
-            span.set_attribute("messaging.obsjobs.schedule", job.schedule)
-        if job.scheduled_time is not None:
-            span.set_attribute("messaging.obsjobs.scheduled_time", job.scheduled_time.isoformat())
+        attributes = self._common("send", "send", queue)
+        if len(jobs) == 1:
+            job = jobs[0]
+            _add_job_attributes(attributes, job.name, job.schedule, job.scheduled_time)
+        else:
+            attributes["messaging.batch.message_count"] = len(jobs)
+        span = self._tracer.start_span(
+            f"send {queue}",
+            context=otel_context.Context() if new_trace else None,
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        )
+        span_context = trace.set_span_in_context(span)
+        for job in jobs:
+            propagate.inject(job.headers, context=span_context)
+        return ActiveSpan(span, span_context, record_errors=True)
 
     def record_claim(self, jobs: Sequence[JobRecord], start_ns: int) -> None:
         """Record one ``receive`` span per queue for a claim that returned jobs."""
@@ -85,38 +83,35 @@ class JobTracer:
                 span.set_attribute("messaging.batch.message_count", count)
             span.end(end_time=end_ns)
 
-    @contextmanager
-    def process(self, job: JobRecord) -> Iterator[Span]:
-        """Open the consumer span for one attempt, continuing or linking the producer."""
-        producer = trace.get_current_span(propagate.extract(job.headers)).get_span_context()
+    def process(self, job: JobRecord) -> ActiveSpan:
+        """Start the consumer span of one attempt, continuing or linking the producer.
+
+        Use the result as a context manager around the attempt; the worker records
+        failures itself, because a retry the job asked for is not an error. The
+        attributes are given at creation, so that a sampler can read them.
+        """
+        extracted = propagate.extract(job.headers)
+        producer = trace.get_current_span(extracted).get_span_context()
         links = [Link(producer)] if producer.is_valid else None
+        parent = extracted
         if self._link_only or not producer.is_valid:
             parent = otel_context.Context()
-        else:
-            parent = trace.set_span_in_context(trace.NonRecordingSpan(producer))
-        with self._tracer.start_as_current_span(
+        attributes = self._common("process", "process", job.queue)
+        attributes["messaging.message.id"] = job.job_id
+        attributes["messaging.obsjobs.attempt"] = job.attempt
+        _add_job_attributes(attributes, job.name, job.schedule, job.scheduled_time)
+        span = self._tracer.start_span(
             f"process {job.queue}",
             context=parent,
             kind=SpanKind.CONSUMER,
             links=links,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            if span.is_recording():
-                self._set_process_attributes(span, job)
-            yield span
+            attributes=attributes,
+        )
+        return ActiveSpan(span, trace.set_span_in_context(span, parent), record_errors=False)
 
-    def _set_process_attributes(self, span: Span, job: JobRecord) -> None:
-        span.set_attributes(self._common("process", "process", job.queue))
-        span.set_attribute("messaging.message.id", job.job_id)
-        span.set_attribute("messaging.obsjobs.job.name", job.name)
-        span.set_attribute("messaging.obsjobs.attempt", job.attempt)
-        if job.schedule is not None:
-            span.set_attribute("messaging.obsjobs.schedule", job.schedule)
-        if job.scheduled_time is not None:
-            span.set_attribute("messaging.obsjobs.scheduled_time", job.scheduled_time.isoformat())
-
-    def _common(self, operation_type: str, operation_name: str, queue: str) -> dict[str, str]:
+    def _common(
+        self, operation_type: str, operation_name: str, queue: str
+    ) -> dict[str, AttributeValue]:
         return {
             "messaging.system": SYSTEM,
             "messaging.operation.type": operation_type,
@@ -124,6 +119,52 @@ class JobTracer:
             "messaging.destination.name": queue,
             "messaging.obsjobs.provider": self._provider_name,
         }
+
+
+class ActiveSpan:
+    """Makes a started span current for a ``with`` block and ends it on exit.
+
+    A plain class rather than a generator-based context manager, because it runs twice
+    per job and the generator machinery costs more than the rest of it.
+    """
+
+    __slots__ = ("_context", "_record_errors", "_token", "span")
+
+    def __init__(self, span: Span, context: Context, *, record_errors: bool) -> None:
+        self.span = span
+        self._context = context
+        self._record_errors = record_errors
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(self._context)
+        return self.span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if error is not None and self._record_errors:
+                record_failure(self.span, error)
+        finally:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self.span.end()
+
+
+def _add_job_attributes(
+    attributes: dict[str, AttributeValue],
+    name: str,
+    schedule: str | None,
+    scheduled_time: datetime | None,
+) -> None:
+    attributes["messaging.obsjobs.job.name"] = name
+    if schedule is not None:
+        attributes["messaging.obsjobs.schedule"] = schedule
+    if scheduled_time is not None:
+        attributes["messaging.obsjobs.scheduled_time"] = scheduled_time.isoformat()
 
 
 def record_failure(span: Span, error: BaseException) -> None:
