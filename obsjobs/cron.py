@@ -62,6 +62,7 @@ _ONE_MICROSECOND: Final = timedelta(microseconds=1)
 # zone changes its offset twice within six hours.
 _MAX_SEARCH_ROUNDS: Final = 4
 
+
 def _load_zone(zone: str | ZoneInfo, schedule: str) -> ZoneInfo:
     """Resolve ``zone`` to a ZoneInfo, raising InvalidScheduleError for unknown names."""
     if isinstance(zone, ZoneInfo):

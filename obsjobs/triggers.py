@@ -21,6 +21,8 @@ UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 MIN_INTERVAL: Final = timedelta(milliseconds=1)
 """The shortest ``every`` that :class:`IntervalTrigger` accepts."""
+
+
 def as_utc(wall: datetime) -> datetime:
     """Attach UTC to a naive datetime whose value is already a UTC time."""
     return wall.replace(tzinfo=UTC)
@@ -57,6 +59,7 @@ class Trigger(Protocol):
             ValueError: ``after`` is naive.
         """
         ...
+
 
 def _to_microseconds(delta: timedelta) -> int:
     """Return ``delta`` as an exact integer number of microseconds."""

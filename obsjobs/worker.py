@@ -196,6 +196,10 @@ class Worker:
         return jobs
 
     async def _wait_for_jobs(self) -> None:
+        # stop() cancels the manager only while it waits; if shutdown began during the
+        # claim, waiting now would hold stop() for a whole poll interval.
+        if self._stopping:
+            return
         self._waiting = True
         try:
             await self._provider.wait(self.queues, self._poll_interval_s)
@@ -209,6 +213,8 @@ class Worker:
     async def _pause_after_failure(self, error: ProviderError, failures: int) -> None:
         delay = min(0.1 * 2 ** min(failures, 20), CLAIM_BACKOFF_MAX_S)
         _log.error("worker.claim_failed", error=repr(error), attempt=failures, retry_in_s=delay)
+        if self._stopping:
+            return
         self._waiting = True
         try:
             await asyncio.sleep(delay)
