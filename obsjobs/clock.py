@@ -17,7 +17,7 @@ step, suspended laptop) delays a tick by at most this much."""
 
 @runtime_checkable
 class Clock(Protocol):
-    """Where the scheduler reads the time and waits for the next tick."""
+    """The scheduler's source of time: the current time, and sleeping until a tick."""
 
     def now(self) -> datetime:
         """Return the current time, timezone-aware, in UTC."""

@@ -13,7 +13,7 @@ __all__ = ["JobContext", "current_job"]
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
-    """What a running job can know about itself.
+    """The facts a running job can read about itself.
 
     ``enqueued_at`` is when the job was stored, ``due_at`` when it could first run (its
     ``run_at``, or ``enqueued_at``). For jobs enqueued by a schedule, ``schedule`` is the

@@ -50,7 +50,7 @@ _log = structlog.get_logger("obsjobs.engine")
 
 
 class EngineStatus(enum.Enum):
-    """Where an engine is in its life."""
+    """The life-cycle state of an engine."""
 
     CREATED = "created"
     RUNNING = "running"

@@ -53,7 +53,7 @@ def validate_name(kind: str, value: str) -> str:
 
 
 class JobSender(Protocol):
-    """What a registered job needs from the engine to enqueue itself."""
+    """The part of the engine that a registered job calls to enqueue itself."""
 
     async def send(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]: ...
 

@@ -78,10 +78,11 @@ class NewJob:
 class EnqueueResult:
     """The id a provider gave a job, and whether this call added it.
 
-    ``created`` is false when a job with the same unique key was already waiting or
-    running (that job's id is returned and nothing is added), or when the schedule tick
-    was already enqueued, by this or another scheduler (``job_id`` is then empty). The
-    tick check comes before the unique key check, and holds after the tick's job ended.
+    ``created`` is false in two cases. A job with the same unique key was already
+    waiting or running: that job's id is returned and nothing is added. Or the schedule
+    tick was already enqueued, by this or another scheduler: ``job_id`` is then empty.
+    The tick check comes before the unique key check, and holds after the tick's job
+    ended.
     """
 
     job_id: str
@@ -119,7 +120,7 @@ class JobRecord:
 
 
 class Outcome(enum.Enum):
-    """How one attempt ended, as the engine reports it to the provider."""
+    """The end state of one attempt, as the engine reports it to the provider."""
 
     SUCCEEDED = "succeeded"
     """The job returned."""
@@ -285,17 +286,17 @@ class EngineObserver(Protocol):
     """
 
     def worker_started(self, queues: Sequence[str], concurrency: int) -> None:
-        """The engine's worker starts serving ``queues`` with ``concurrency`` slots."""
+        """Record that the worker starts serving ``queues`` with ``concurrency`` slots."""
         ...
 
     def worker_stopped(self, queues: Sequence[str]) -> None:
-        """The engine's worker has stopped."""
+        """Record that the worker has stopped."""
         ...
 
     def schedule_planned(self, schedule: str, next_run: datetime) -> None:
-        """The schedule's next tick is due at ``next_run``."""
+        """Record that the schedule's next tick is due at ``next_run``."""
         ...
 
     def schedule_missed(self, schedule: str, count: int) -> None:
-        """The misfire or overrun policy skipped or coalesced ``count`` ticks."""
+        """Record that the misfire or overrun policy skipped or coalesced ``count`` ticks."""
         ...

@@ -37,7 +37,7 @@ ERROR_RETRY_S: Final = 5.0
 
 
 class Misfire(enum.Enum):
-    """What to do with ticks missed while no scheduler ran (or it was late past grace).
+    """The policy for ticks missed while no scheduler ran, or enqueued later than the grace.
 
     A tick is missed when a later tick is also due, or when it is later than the
     schedule's ``misfire_grace_s``. Missed ticks are counted in
@@ -53,7 +53,7 @@ class Misfire(enum.Enum):
 
 
 class Overrun(enum.Enum):
-    """What to do with a tick that falls due while the previous tick's job is not done."""
+    """The policy for a tick that falls due while the previous tick's job is not done."""
 
     SKIP = "skip"
     """Skip the tick and count it as missed (the default): no concurrent runs."""
