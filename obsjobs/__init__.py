@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from obsjobs.backoff import Backoff, ExponentialBackoff, FixedBackoff
 from obsjobs.clock import Clock, ManualClock, SystemClock
 from obsjobs.context import JobContext, current_job
 from obsjobs.cron import CronTrigger
@@ -48,7 +49,7 @@ from obsjobs.protocols import (
     RescuedJob,
 )
 from obsjobs.providers.memory import MemoryQueue
-from obsjobs.retry import Backoff, ExponentialBackoff, FixedBackoff, RetryPolicy
+from obsjobs.retry import RetryPolicy
 from obsjobs.scheduler import Misfire, Overrun, Schedule
 from obsjobs.telemetry.logging import add_trace_ids, configure_logging
 from obsjobs.telemetry.otel import configure_tracing_from_env

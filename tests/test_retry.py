@@ -1,4 +1,4 @@
-"""Tests for obsjobs.retry: backoff strategies, RetryPolicy.call and the attempts block."""
+"""Tests for obsjobs.backoff and obsjobs.retry: backoffs, call() and the attempts block."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from obsjobs.backoff import Backoff, ExponentialBackoff, FixedBackoff
 from obsjobs.errors import MIN_RETRY_DELAY_SECONDS, RetryJob
-from obsjobs.retry import Attempt, Backoff, ExponentialBackoff, FixedBackoff, RetryPolicy
+from obsjobs.retry import Attempt, RetryPolicy
 
 
 class RecordingSleep:
