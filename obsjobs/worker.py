@@ -16,6 +16,7 @@ from opentelemetry.trace import Span
 from obsjobs.context import _current
 from obsjobs.errors import JobTimeoutError, ProviderError, RetryJob
 from obsjobs.jobs import JobRegistry
+from obsjobs.leases import LeaseKeeper
 from obsjobs.protocols import JobRecord, JobResult, Outcome, QueueProvider
 from obsjobs.telemetry.tracing import JobTracer, record_failure
 
@@ -83,7 +84,7 @@ class Worker:
         self._waiting = False
         self._forced = asyncio.Event()
         self._manager: asyncio.Task[None] | None = None
-        self._lease_tasks: list[asyncio.Task[None]] = []
+        self._leases: LeaseKeeper | None = None
         # A concrete logger bound once: calling the module's lazy proxy re-binds on every
         # call, which costs more than a no-op job. Built at start, after the application
         # has configured structlog.
@@ -103,10 +104,10 @@ class Worker:
         self._manager = asyncio.create_task(self._manage(), name="obsjobs-queue-manager")
         lease_s = self._provider.lease_s
         if lease_s is not None:
-            self._lease_tasks = [
-                asyncio.create_task(self._renew_leases(lease_s / 3), name="obsjobs-lease-renew"),
-                asyncio.create_task(self._rescue_expired(lease_s / 2), name="obsjobs-rescue"),
-            ]
+            self._leases = LeaseKeeper(
+                self._provider, lambda: list(self._tasks.values()), lease_s, self._log
+            )
+            self._leases.start()
 
     def force(self) -> None:
         """End the grace period now: running jobs are cancelled at once."""
@@ -125,10 +126,9 @@ class Worker:
 
         await self._drain(grace_s)
 
-        for task in self._lease_tasks:
-            task.cancel()
-        await asyncio.gather(*self._lease_tasks, return_exceptions=True)
-        self._lease_tasks = []
+        if self._leases is not None:
+            await self._leases.stop()
+            self._leases = None
 
     async def _drain(self, grace_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -389,40 +389,6 @@ class Worker:
                 outcome=result.outcome.value,
                 error=repr(error),
             )
-
-    # Leases -------------------------------------------------------------------------
-
-    async def _renew_leases(self, every_s: float) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            running = list(self._tasks.values())
-            if not running:
-                continue
-            try:
-                lost = await self._provider.renew(running)
-            except ProviderError as error:
-                self._log.error("lease.renew_failed", error=repr(error), jobs=len(running))
-                continue
-            for job_id in lost:
-                self._log.warning("lease.lost", job_id=job_id)
-
-    async def _rescue_expired(self, every_s: float) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                rescued = await self._provider.rescue()
-            except ProviderError as error:
-                self._log.error("lease.rescue_failed", error=repr(error))
-                continue
-            for job in rescued:
-                self._log.warning(
-                    "job.rescued",
-                    job_id=job.job_id,
-                    job=job.name,
-                    queue=job.queue,
-                    attempt=job.attempt,
-                    dead=job.dead,
-                )
 
 
 async def _with_timeout(call: Awaitable[object], timeout_s: float, job: JobRecord) -> None:
