@@ -16,7 +16,6 @@ from typing import Concatenate, Generic, ParamSpec, TypeVar, final
 import structlog
 from opentelemetry.trace import TracerProvider
 
-from obsjobs.arguments import check_arguments
 from obsjobs.clock import Clock, SystemClock
 from obsjobs.cron import CronTrigger
 from obsjobs.errors import ConfigurationError, EngineStateError
@@ -33,7 +32,14 @@ from obsjobs.middleware.base import iter_chain
 from obsjobs.protocols import EngineObserver, EnqueueResult, Job, NewJob, QueueProvider
 from obsjobs.providers.memory import MemoryQueue
 from obsjobs.retry import RetryPolicy
-from obsjobs.scheduler import DEFAULT_MISFIRE_GRACE_S, Misfire, Overrun, Schedule, Scheduler
+from obsjobs.scheduler import (
+    DEFAULT_MISFIRE_GRACE_S,
+    Misfire,
+    Overrun,
+    Schedule,
+    Scheduler,
+    build_schedule,
+)
 from obsjobs.telemetry.tracing import JobTracer
 from obsjobs.triggers import IntervalTrigger, Trigger
 from obsjobs.worker import Worker, WorkerStatistics
@@ -242,32 +248,16 @@ class Engine(Generic[StateT]):
         misfire_grace_s: float,
         overrun: Overrun,
     ) -> Schedule:
-        validate_name("schedule", name)
         if name in self._schedules:
             raise ConfigurationError(f"a schedule named {name!r} is already registered")
         if self._status is not EngineStatus.CREATED:
             raise EngineStateError("register schedules before the engine starts")
-        if misfire is Misfire.ALL and overrun is Overrun.SKIP:
-            raise ConfigurationError(
-                f"schedule {name!r}: misfire=Misfire.ALL runs missed ticks side by side, "
-                "so it needs overrun=Overrun.ALLOW"
-            )
-        _check_non_negative("misfire_grace_s", misfire_grace_s)
-        if isinstance(job, RegisteredJob):
-            job_name, function = job.name, None
-            max_attempts, default_queue = job.max_attempts, job.queue
-        else:
-            job_name, function = default_job_name(job), job
-            max_attempts, default_queue = 1, DEFAULT_QUEUE
-        _, checked_kwargs = check_arguments(job_name, (), kwargs or {})
-        schedule = Schedule(
-            name=name,
-            trigger=trigger,
-            job_name=job_name,
-            queue=validate_name("queue", queue or default_queue),
-            max_attempts=max_attempts,
-            kwargs=checked_kwargs,
-            function=function,
+        schedule = build_schedule(
+            name,
+            trigger,
+            job,
+            kwargs=kwargs,
+            queue=queue,
             misfire=misfire,
             misfire_grace_s=misfire_grace_s,
             overrun=overrun,

@@ -9,19 +9,28 @@ however many schedulers run.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
+from obsjobs.arguments import check_arguments
 from obsjobs.clock import Clock
-from obsjobs.errors import ProviderError
+from obsjobs.errors import ConfigurationError, ProviderError
+from obsjobs.jobs import DEFAULT_QUEUE, RegisteredJob, default_job_name, validate_name
 from obsjobs.protocols import EngineObserver, EnqueueResult, Job, JSONValue, NewJob, QueueProvider
 from obsjobs.triggers import Trigger
 
-__all__ = ["DEFAULT_MISFIRE_GRACE_S", "Misfire", "Overrun", "Schedule", "Scheduler"]
+__all__ = [
+    "DEFAULT_MISFIRE_GRACE_S",
+    "Misfire",
+    "Overrun",
+    "Schedule",
+    "Scheduler",
+    "build_schedule",
+]
 
 _log = structlog.get_logger("obsjobs.scheduler")
 
@@ -93,6 +102,54 @@ class Schedule:
             scheduled_time=nominal,
             function=self.function,
         )
+
+
+def build_schedule(
+    name: str,
+    trigger: Trigger,
+    job: RegisteredJob[Any, ...] | Job,
+    *,
+    kwargs: Mapping[str, object] | None,
+    queue: str | None,
+    misfire: Misfire,
+    misfire_grace_s: float,
+    overrun: Overrun,
+) -> Schedule:
+    """Check a schedule's settings and build it; closures run on the default queue.
+
+    Raises:
+        ConfigurationError: an invalid name or queue, or ``Misfire.ALL`` without
+            ``Overrun.ALLOW``.
+        JobArgumentsError: ``kwargs`` would not survive JSON unchanged.
+        ValueError: a negative ``misfire_grace_s``.
+    """
+    validate_name("schedule", name)
+    if misfire is Misfire.ALL and overrun is Overrun.SKIP:
+        raise ConfigurationError(
+            f"schedule {name!r}: misfire=Misfire.ALL runs missed ticks side by side, "
+            "so it needs overrun=Overrun.ALLOW"
+        )
+    if not misfire_grace_s >= 0:
+        raise ValueError(f"misfire_grace_s must be zero or more seconds, got {misfire_grace_s!r}")
+    if isinstance(job, RegisteredJob):
+        job_name, function = job.name, None
+        max_attempts, default_queue = job.max_attempts, job.queue
+    else:
+        job_name, function = default_job_name(job), job
+        max_attempts, default_queue = 1, DEFAULT_QUEUE
+    _, checked_kwargs = check_arguments(job_name, (), kwargs or {})
+    return Schedule(
+        name=name,
+        trigger=trigger,
+        job_name=job_name,
+        queue=validate_name("queue", queue or default_queue),
+        max_attempts=max_attempts,
+        kwargs=checked_kwargs,
+        function=function,
+        misfire=misfire,
+        misfire_grace_s=misfire_grace_s,
+        overrun=overrun,
+    )
 
 
 Sender = Callable[[Sequence[NewJob]], Awaitable[list[EnqueueResult]]]
