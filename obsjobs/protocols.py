@@ -56,6 +56,10 @@ class NewJob:
     never mixed into the arguments. ``function`` is set only for closures, which only
     the in-memory queue accepts.
 
+    ``max_attempts`` defaults to 1, so a job built by hand runs once: on a durable
+    provider it becomes dead, not run again, when its lease expires. Registered jobs
+    set their own.
+
     Not frozen, because a frozen dataclass costs several times more to build and one is
     built per job; treat it as read-only once enqueued.
     """

@@ -14,7 +14,7 @@ import structlog
 from opentelemetry.trace import Span
 
 from obsjobs.context import _current
-from obsjobs.errors import JobTimeoutError, ProviderError, RetryJob
+from obsjobs.errors import JobTimeoutError, ProviderError, ProviderUnavailableError, RetryJob
 from obsjobs.jobs import JobRegistry
 from obsjobs.leases import LeaseKeeper
 from obsjobs.protocols import JobRecord, JobResult, Outcome, QueueProvider
@@ -28,6 +28,12 @@ POLL_INTERVAL_S = 5.0
 """How long the manager waits for a wake-up before claiming again anyway."""
 CLAIM_BACKOFF_MAX_S = 30.0
 """The longest pause between claims after the provider keeps failing."""
+REPORT_RETRY_FIRST_S = 0.1
+"""The first pause before writing a result again after the backend was unreachable."""
+REPORT_RETRY_MAX_DELAY_S = 5.0
+"""The longest pause between two tries to write a result."""
+REPORT_RETRY_MAX_S = 60.0
+"""How long a worker keeps trying to write one result before it drops it."""
 CANCEL_WAIT_S = 10.0
 """How long shutdown waits for cancelled jobs to report their result."""
 
@@ -378,17 +384,48 @@ class Worker:
         )
 
     async def _report(self, job: JobRecord, result: JobResult) -> None:
-        try:
-            await self._provider.finish(job, result)
-        except ProviderError as error:
-            self._log.error(
-                "job.finish_failed",
-                job_id=job.job_id,
-                job=job.name,
-                queue=job.queue,
-                outcome=result.outcome.value,
-                error=repr(error),
-            )
+        """Record the attempt's result, retrying while the backend is unreachable.
+
+        The job's task stays alive meanwhile, so its lease keeps being renewed and no
+        other worker rescues a job whose result is only waiting to be written. The
+        retries stop after ``REPORT_RETRY_MAX_S``, or at once on any other provider
+        error (such as a lost lease); then the result is dropped and logged, and a
+        durable provider runs the job again after its lease expires.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPORT_RETRY_MAX_S
+        delay = REPORT_RETRY_FIRST_S
+        while True:
+            try:
+                await self._provider.finish(job, result)
+                return
+            except ProviderUnavailableError as error:
+                if loop.time() + delay > deadline:
+                    self._report_failed(job, result, error)
+                    return
+                self._log.warning(
+                    "job.finish_retrying",
+                    job_id=job.job_id,
+                    job=job.name,
+                    queue=job.queue,
+                    error=repr(error),
+                    retry_in_s=delay,
+                )
+            except ProviderError as error:
+                self._report_failed(job, result, error)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REPORT_RETRY_MAX_DELAY_S)
+
+    def _report_failed(self, job: JobRecord, result: JobResult, error: ProviderError) -> None:
+        self._log.error(
+            "job.finish_failed",
+            job_id=job.job_id,
+            job=job.name,
+            queue=job.queue,
+            outcome=result.outcome.value,
+            error=repr(error),
+        )
 
 
 async def _with_timeout(call: Awaitable[object], timeout_s: float, job: JobRecord) -> None:

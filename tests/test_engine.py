@@ -25,7 +25,9 @@ from obsjobs import (
     compose,
     current_job,
 )
-from obsjobs.errors import ConfigurationError
+from obsjobs.errors import ConfigurationError, ProviderUnavailableError
+from obsjobs.middleware.base import Middleware
+from obsjobs.protocols import JobRecord, JobResult, Outcome
 
 WAIT_S = 5.0
 """A liveness bound for awaiting an event: generous, never a timing assertion."""
@@ -417,8 +419,6 @@ async def test_claimed_job_never_started_goes_back() -> None:
 
     await noop.enqueue()
     claimed = await queue.claim(["default"], 10, worker_id="w")
-    from obsjobs.protocols import JobResult, Outcome
-
     await queue.finish(claimed[0], JobResult(Outcome.RELEASED, datetime.now(UTC)))
     again = await queue.claim(["default"], 10, worker_id="w")
     assert [job.job_id for job in again] == [claimed[0].job_id]
@@ -522,3 +522,41 @@ async def test_priority_orders_claims() -> None:
     await p.enqueue("low-new")
     claimed = await queue.claim(["default"], 3, worker_id="w")
     assert [job.args[0] for job in claimed] == ["high", "low-old", "low-new"]
+
+
+class FlakyFinish(Middleware):
+    """Fails the first ``failures`` finish calls as if the backend were unreachable."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.finished: list[str] = []
+
+    async def finish(self, job: JobRecord, result: JobResult) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ProviderUnavailableError("connection lost", provider="memory")
+        self.finished.append(job.job_id)
+        await self.inner.finish(job, result)
+
+
+async def test_result_write_retried_when_unavailable() -> None:
+    """A result the backend could not take is written again, not dropped."""
+    flaky = FlakyFinish(failures=2)
+    engine = Engine(State(), compose(MemoryQueue(), flaky))
+
+    @engine.job(name="noop")
+    async def noop(state: State) -> None:
+        state.record("ran")
+
+    with capture_logs() as logs:
+        async with engine:
+            job_id = await noop.enqueue()
+            for _ in range(500):
+                if flaky.finished:
+                    break
+                await asyncio.sleep(0.01)
+    assert flaky.finished == [job_id]
+    assert engine.state.seen == ["ran"]
+    retries = [e for e in logs if e["event"] == "job.finish_retrying"]
+    assert len(retries) == 2
+    assert not [e for e in logs if e["event"] == "job.finish_failed"]
