@@ -61,7 +61,9 @@ class Worker:
     2. Let running jobs finish within ``grace_s``, or until :meth:`force` is called.
     3. Cancel the jobs still running and log their ids. Each one reports ``CANCELLED``
        to the provider (durable providers put it back without counting the attempt).
-    4. Stop lease renewal and rescue.
+    4. Wait for results still being written (providers with leases write them after
+       the job's slot is freed), each within its retry budget.
+    5. Stop lease renewal and rescue.
     """
 
     def __init__(
@@ -85,6 +87,10 @@ class Worker:
         self.worker_id = worker_id
         self._poll_interval_s = poll_interval_s
         self._tasks: dict[asyncio.Task[None], JobRecord] = {}
+        # Results being written after their job's slot was freed (providers with
+        # leases only, see _conclude).
+        self._reporting: dict[asyncio.Task[None], JobRecord] = {}
+        self._report_apart = provider.lease_s is not None
         self._slot_freed = asyncio.Event()
         self._stopping = False
         self._waiting = False
@@ -111,7 +117,10 @@ class Worker:
         lease_s = self._provider.lease_s
         if lease_s is not None:
             self._leases = LeaseKeeper(
-                self._provider, lambda: list(self._tasks.values()), lease_s, self._log
+                self._provider,
+                lambda: [*self._tasks.values(), *self._reporting.values()],
+                lease_s,
+                self._log,
             )
             self._leases.start()
 
@@ -131,10 +140,27 @@ class Worker:
             self._manager = None
 
         await self._drain(grace_s)
+        await self._finish_reports()
 
         if self._leases is not None:
             await self._leases.stop()
             self._leases = None
+
+    async def _finish_reports(self) -> None:
+        # Results still being written belong to jobs that ran; give each write its own
+        # retry budget before the lease upkeep stops.
+        if not self._reporting:
+            return
+        _, pending = await asyncio.wait(list(self._reporting), timeout=REPORT_RETRY_MAX_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            _log.error(
+                "worker.results_not_written",
+                job_ids=[
+                    self._reporting[task].job_id for task in pending if task in self._reporting
+                ],
+            )
 
     async def _drain(self, grace_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -169,7 +195,10 @@ class Worker:
     async def _manage(self) -> None:
         failures = 0
         while not self._stopping:
-            free = self.concurrency - len(self._tasks)
+            # Results waiting to be written count against a second allowance, so a stalled
+            # backend slows claiming instead of piling up unwritten results.
+            backlog = max(0, len(self._tasks) + len(self._reporting) - self.concurrency)
+            free = self.concurrency - len(self._tasks) - backlog
             if free <= 0:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
@@ -261,7 +290,22 @@ class Worker:
             # lose the result, or the provider would never hear of this job.
             await asyncio.shield(self._report(job, result))
             raise asyncio.CancelledError
-        await self._report(job, result)
+        if not self._report_apart:
+            await self._report(job, result)
+            return
+        # On a provider with leases the write is a round trip to the server. Writing it
+        # from its own task frees the slot now, so the next job runs while the server
+        # works; the lease keeper keeps renewing the job until the write is done. The
+        # task inherits this context, so metrics still see the job's span.
+        task = asyncio.create_task(self._report(job, result))
+        self._reporting[task] = job
+        task.add_done_callback(self._report_done)
+
+    def _report_done(self, task: asyncio.Task[None]) -> None:
+        self._reporting.pop(task, None)
+        self._slot_freed.set()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            _log.error("worker.report_task_failed", error=repr(error))
 
     async def _perform(self, job: JobRecord, span: Span | None) -> tuple[JobResult, bool]:
         started_at = datetime.now(UTC)
