@@ -171,8 +171,8 @@ def _run_requeue(args: argparse.Namespace) -> int:
     print(f"requeued {moved} of {len(job_ids)} jobs")
     if moved < len(job_ids):
         return _fail(
-            f"{len(job_ids) - moved} of the given job ids are not dead jobs of this provider "
-            "(unknown ids, or already requeued); list them with 'obsjobs dead'",
+            f"{len(job_ids) - moved} of {len(job_ids)} given job ids were not dead jobs of "
+            "this provider (unknown ids, or already requeued); list them with 'obsjobs dead'",
             EXIT_FAILURE,
         )
     return 0

@@ -359,8 +359,10 @@ class Engine(Generic[StateT]):
                 observers=observers,
             )
             self._scheduler_task = asyncio.create_task(runner.run(), name="obsjobs-scheduler")
+        # A producer-only engine (no worker) logs engine.started, so that worker.started
+        # always means a worker is claiming jobs.
         _log.info(
-            "worker.started",
+            "worker.started" if worker else "engine.started",
             worker_id=self.worker_id,
             provider=self.provider.name,
             queues=list(self.queues) if worker else [],

@@ -114,13 +114,15 @@ class StopRequests:
         """Ask the engine to stop; force the stop from the second request on."""
         self.count += 1
         force = self.count > 1
+        # Stop first and log second, so that a failing log write cannot keep the
+        # process running.
+        if self._armed:
+            self._engine.request_stop(force=force)
         log = _log.warning if force else _log.info
         if signal_name is None:
             log("worker.stop_requested", reason=reason, force=force)
         else:
             log("worker.stop_requested", reason=reason, signal=signal_name, force=force)
-        if self._armed:
-            self._engine.request_stop(force=force)
 
     def arm(self) -> None:
         """Pass requests on to the engine from now on, and the ones already received."""

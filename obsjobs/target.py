@@ -129,8 +129,8 @@ async def resolve_engine(target: Target, value: object) -> Engine[Any]:
 
     if not isinstance(result, Engine):
         raise TargetError(
-            f"{target}() returned a {type(result).__name__}; the factory must return "
-            "an obsjobs.Engine",
+            f"{target}() returned an object of type {type(result).__name__}; the factory "
+            "must return an obsjobs.Engine",
             exit_code=EXIT_USAGE,
         )
     return _unstarted(target, result)
@@ -189,7 +189,7 @@ def _check_no_required_parameters(target: Target, factory: Any) -> None:
     ]
     if required:
         raise TargetError(
-            f"{target} needs the arguments {', '.join(required)}; point the target at an "
+            f"{target} requires arguments ({', '.join(required)}); point the target at an "
             "Engine or at a function without arguments that returns one",
             exit_code=EXIT_USAGE,
         )

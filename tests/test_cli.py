@@ -519,12 +519,12 @@ def test_demo_busy_port_fails(busy_port: int, capsys: pytest.CaptureFixture[str]
             r"arguments that returns one",
         ),
         ("jobsapp:tick", 2, r"jobsapp:tick is a registered job, not an engine; .+"),
-        ("jobsapp:needs_state", 2, r"jobsapp:needs_state needs the arguments state; .+"),
+        ("jobsapp:needs_state", 2, r"jobsapp:needs_state requires arguments \(state\); .+"),
         (
             "jobsapp:returns_text",
             2,
-            r"jobsapp:returns_text\(\) returned a str; the factory must return an "
-            r"obsjobs\.Engine",
+            r"jobsapp:returns_text\(\) returned an object of type str; the factory "
+            r"must return an obsjobs\.Engine",
         ),
         (
             "jobsapp:failing_factory",
@@ -754,7 +754,7 @@ def test_requeue_unknown_id_fails(
     assert output.out == "requeued 1 of 2 jobs\n"
     error_line = output.err.splitlines()[-1] + "\n"
     assert_one_error_line(
-        error_line, r"1 of the given job ids are not dead jobs of this provider .+"
+        error_line, r"1 of 2 given job ids were not dead jobs of this provider .+"
     )
 
 

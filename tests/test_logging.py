@@ -159,3 +159,37 @@ def test_level_of_wrong_type(level: object) -> None:
     """A level that is neither a name nor an integer raises TypeError."""
     with pytest.raises(TypeError, match=r"^level must be a level name or number, got "):
         configure_logging("json", level=level)  # type: ignore[arg-type]
+
+
+def test_json_traceback_omits_locals() -> None:
+    """A JSON traceback does not carry the frame's local variables, such as job arguments."""
+    configure_logging("json")
+    buffer = capture_output()
+
+    def fail(secret_token: str) -> None:
+        raise RuntimeError("boom")
+
+    try:
+        fail("tok-SECRET-123")
+    except RuntimeError:
+        structlog.get_logger().error("job.failed", exc_info=True)
+    output = buffer.getvalue()
+    assert "tok-SECRET-123" not in output
+    assert '"locals"' not in output
+    assert "RuntimeError" in output
+
+
+class BrokenPipe(io.StringIO):
+    """Standard output whose reader has gone away."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_broken_stdout_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logging to a closed pipe drops the line instead of raising into the caller."""
+    monkeypatch.setattr("sys.stdout", BrokenPipe())
+    configure_logging("json")
+    logger = structlog.get_logger()
+    logger.info("worker.stop_requested", reason="signal")
+    logger.info("worker.stopped")

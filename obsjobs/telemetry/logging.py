@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO, cast
 
 import structlog
 from opentelemetry import trace
@@ -96,16 +96,57 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    # Tracebacks are rendered without local variables: a job's frame holds its
+    # arguments, and job arguments are not logged.
     if format == "json":
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        transformer = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        processors += [
+            structlog.processors.ExceptionRenderer(transformer),
+            structlog.processors.JSONRenderer(),
+        ]
     else:
         # ConsoleRenderer formats exc_info itself, so no exception processor goes before it.
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty()))
+        processors.append(
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stdout.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        )
 
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(min_level),
         context_class=dict,
-        logger_factory=structlog.PrintLoggerFactory(),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _TolerantStream(sys.stdout))),
         cache_logger_on_first_use=False,
     )
+
+
+class _TolerantStream:
+    """Standard output that stops writing, instead of raising, once its reader is gone.
+
+    A log shipper that dies, or ``| head``, closes the pipe. Raising BrokenPipeError
+    from a log call would break whatever was logging (a signal handler, a job's
+    result), so the worker keeps running and its logs are dropped from then on.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._broken = False
+
+    def write(self, text: str) -> int:
+        if self._broken:
+            return 0
+        try:
+            return self._stream.write(text)
+        except (BrokenPipeError, ValueError):
+            # ValueError: the stream was closed.
+            self._broken = True
+            return 0
+
+    def flush(self) -> None:
+        if self._broken:
+            return
+        try:
+            self._stream.flush()
+        except (BrokenPipeError, ValueError):
+            self._broken = True
