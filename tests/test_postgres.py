@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import POSTGRES_CONNINFO
 from psycopg import sql
 
 from obsjobs.errors import (
@@ -37,7 +38,7 @@ from obsjobs.providers.postgres_migrations import LATEST_VERSION
 
 pytestmark = pytest.mark.integration
 
-CONNINFO = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+CONNINFO = POSTGRES_CONNINFO
 TEST_TIMEOUT_S = 180.0
 """Any test still running after this long dumps its tracebacks and ends the run."""
 LIVENESS_S = 15.0
@@ -100,15 +101,6 @@ async def schema(unmigrated_schema: str) -> str:
     """A freshly migrated schema, dropped after the test."""
     await migrate(CONNINFO, unmigrated_schema)
     return unmigrated_schema
-
-
-@pytest.fixture
-async def db(schema: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """An autocommit connection for checking rows, with the test schema on the search path."""
-    connection = await psycopg.AsyncConnection.connect(CONNINFO, autocommit=True)
-    await connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    yield connection
-    await connection.close()
 
 
 def new_queue(schema: str, **options: Any) -> PostgresQueue:

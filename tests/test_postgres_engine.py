@@ -67,15 +67,6 @@ async def schema() -> AsyncIterator[str]:
     await drop_schema(name)
 
 
-@pytest.fixture
-async def db(schema: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """An autocommit connection with the test schema on the search path."""
-    connection = await psycopg.AsyncConnection.connect(CONNINFO, autocommit=True)
-    await connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    yield connection
-    await connection.close()
-
-
 def new_queue(schema: str, **options: Any) -> PostgresQueue:
     """Build a provider for one engine, with a short lease."""
     options.setdefault("lease_s", ENGINE_LEASE_S)

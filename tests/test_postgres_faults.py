@@ -93,15 +93,6 @@ async def schema() -> AsyncIterator[str]:
     await drop_schema(name)
 
 
-@pytest.fixture
-async def db(schema: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """An autocommit connection with the test schema on the search path."""
-    connection = await psycopg.AsyncConnection.connect(CONNINFO, autocommit=True)
-    await connection.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    yield connection
-    await connection.close()
-
-
 def new_queue(schema: str, **options: Any) -> PostgresQueue:
     """Build a provider on the test schema with a short lease and its own application_name."""
     options.setdefault("lease_s", LEASE_S)
