@@ -142,12 +142,14 @@ class MemoryQueue:
             tick_taken = last is not None and job.scheduled_time <= last
         if tick_taken:
             return EnqueueResult("", created=False)
+        if job.schedule is not None and job.scheduled_time is not None:
+            # A tick skipped as an overrun below is still taken, as on durable
+            # providers, so that a restart does not count it as missed again.
+            self._last_ticks[job.schedule] = job.scheduled_time
         if job.unique_key is not None:
             existing = self._unique.get(job.unique_key)
             if existing is not None:
                 return EnqueueResult(existing, created=False)
-        if job.schedule is not None and job.scheduled_time is not None:
-            self._last_ticks[job.schedule] = job.scheduled_time
 
         job_id = f"{self._id_prefix}-{next(self._ids)}"
         available, available_at = now, now_at

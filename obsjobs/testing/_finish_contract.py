@@ -196,6 +196,24 @@ class FinishContract(ContractBase):
         assert before is None
         assert latest == max(ticks)
 
+    async def test_overrun_tick_still_taken(self, provider: QueueProvider) -> None:
+        """A tick skipped because its unique key is busy still counts as the last tick."""
+        queue, schedule, key = fresh_name("queue"), fresh_name("schedule"), fresh_name("key")
+        first, second = (datetime(2026, 3, 8, hour, tzinfo=UTC) for hour in (6, 7))
+
+        [running] = await provider.enqueue(
+            [new_job(queue, schedule=schedule, scheduled_time=first, unique_key=key)]
+        )
+        [skipped] = await provider.enqueue(
+            [new_job(queue, schedule=schedule, scheduled_time=second, unique_key=key)]
+        )
+        latest = await provider.last_tick(schedule)
+
+        assert running.created
+        assert not skipped.created
+        assert skipped.job_id == running.job_id
+        assert latest == second
+
     # Stats --------------------------------------------------------------------------
 
     async def test_stats_count_jobs_by_state(self, provider: QueueProvider) -> None:
