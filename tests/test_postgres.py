@@ -1296,6 +1296,7 @@ async def test_listener_reconnects_after_terminate(
     provider = new_queue(schema, application_name=name)
     await provider.open()
     try:
+        await provider.wait(["mail"], timeout_s=0.01)  # the first wait starts LISTEN
         old_pids = await backend_pids(db, f"{name}-listen")
         await terminate(db, f"{name}-listen")
 
@@ -1314,6 +1315,25 @@ async def test_listener_reconnects_after_terminate(
         await provider.close()
 
     assert len(old_pids) == 1
+
+
+async def test_producer_opens_no_listen_session(
+    schema: str, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """A provider that only enqueues holds no LISTEN session; the first wait opens it."""
+    name = fresh_application_name()
+    provider = new_queue(schema, application_name=name)
+    await provider.open()
+    try:
+        await provider.enqueue([job("mail")])
+        before_wait = await backend_pids(db, f"{name}-listen")
+        await provider.wait(["other"], timeout_s=0.01)
+        after_wait = await backend_pids(db, f"{name}-listen")
+    finally:
+        await provider.close()
+
+    assert before_wait == []
+    assert len(after_wait) == 1
 
 
 def _listener_connected(provider: PostgresQueue) -> Any:

@@ -36,6 +36,7 @@ from test_postgres import (
     CONNINFO,
     LIVENESS_S,
     TEST_TIMEOUT_S,
+    backend_pids,
     drop_schema,
     eventually,
     fetch_one,
@@ -342,7 +343,6 @@ async def test_terminated_backends_worker_recovers(
     """
     total = 300
     application_name = fresh_application_name()
-    created = await queue.enqueue(record_jobs(total))
     insert = sql.SQL("INSERT INTO {} (job_id, attempt) VALUES (%s, %s)").format(
         sql.Identifier(schema, "performed")
     )
@@ -368,6 +368,13 @@ async def test_terminated_backends_worker_recovers(
 
         await engine.start()
         try:
+            # The LISTEN session opens when the idle worker first waits; the jobs are
+            # enqueued after that, so the test also cuts a live LISTEN session.
+            async def listening() -> bool:
+                return bool(await backend_pids(db, f"{application_name}-listen"))
+
+            await eventually(listening, "the worker's LISTEN session")
+            created = await queue.enqueue(record_jobs(total))
             for threshold in (total // 5, total // 2):
 
                 async def reached(threshold: int = threshold) -> bool:

@@ -191,6 +191,7 @@ class PostgresQueue:
         self._sql = Statements(schema)
         self._pool: Pool | None = None
         self._listener: Listener | None = None
+        self._listening = False
         self._board = WakeBoard()
         self._marks: dict[tuple[str, ...], Mark] = {}
         self._known_queues: set[str] = set()
@@ -222,7 +223,7 @@ class PostgresQueue:
     # Life cycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the pool and the LISTEN connection, after checking the schema version.
+        """Open the pool after checking the schema version; LISTEN starts on first wait().
 
         Idempotent. Migrations are never run here.
 
@@ -242,12 +243,10 @@ class PostgresQueue:
             connect_timeout_s=settings.connect_timeout_s,
         )
         await pool.open()
-        try:
-            await listener.start()
-        except BaseException:
-            await pool.close()
-            raise
+        # The LISTEN connection starts on the first wait(), so that a producer that only
+        # enqueues holds no connection it never reads.
         self._pool, self._listener = pool, listener
+        self._listening = False
         _log.info(
             "postgres.opened", schema=self._sql.schema, application_name=settings.application_name
         )
@@ -399,6 +398,15 @@ class PostgresQueue:
         the LISTEN connection is reconnecting) and ends when the earliest waiting job of
         ``queues`` falls due, by the database clock.
         """
+        if not self._listening and self._listener is not None:
+            # A job enqueued before LISTEN took effect is not announced, but the due-time
+            # query below runs after it and sees that job, so nothing is missed.
+            self._listening = True
+            try:
+                await self._listener.start()
+            except BaseException:
+                self._listening = False
+                raise
         mark = self._marks.get(tuple(queues))
         if mark is None:
             mark = self._board.mark(queues)
