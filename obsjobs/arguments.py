@@ -8,7 +8,6 @@ names the argument, and nothing is stored.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import cast
@@ -16,7 +15,7 @@ from typing import cast
 from obsjobs.errors import JobArgumentsError
 from obsjobs.protocols import JSONValue
 
-__all__ = ["check_arguments", "encoded_size"]
+__all__ = ["check_arguments"]
 
 _SCALARS = (str, int, bool, type(None))
 
@@ -40,12 +39,6 @@ def check_arguments(
         key: _copy_value(job, value, f"kwargs[{key!r}]") for key, value in kwargs.items()
     }
     return checked_args, checked_kwargs
-
-
-def encoded_size(args: Sequence[JSONValue], kwargs: Mapping[str, JSONValue]) -> int:
-    """Return the size in bytes of the arguments encoded as compact UTF-8 JSON."""
-    text = json.dumps([args, kwargs], separators=(",", ":"), ensure_ascii=False)
-    return len(text.encode())
 
 
 def _copy_value(job: str, value: object, path: str) -> JSONValue:

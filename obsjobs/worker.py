@@ -295,8 +295,8 @@ class Worker:
             return
         # On a provider with leases the write is a round trip to the server. Writing it
         # from its own task frees the slot now, so the next job runs while the server
-        # works; the lease keeper keeps renewing the job until the write is done. The
-        # task inherits this context, so metrics still see the job's span.
+        # works. The lease keeper renews the job until the write is done, and the task
+        # inherits this context, so metrics still record the job's span.
         task = asyncio.create_task(self._report(job, result))
         self._reporting[task] = job
         task.add_done_callback(self._report_done)
@@ -433,7 +433,7 @@ class Worker:
         The job's task stays alive meanwhile, so its lease keeps being renewed and no
         other worker rescues a job whose result is only waiting to be written. The
         retries stop after ``REPORT_RETRY_MAX_S``, or at once on any other provider
-        error (such as a lost lease); then the result is dropped and logged, and a
+        error such as a lost lease. The result is then dropped and logged, and a
         durable provider runs the job again after its lease expires.
         """
         loop = asyncio.get_running_loop()

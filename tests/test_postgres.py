@@ -1320,7 +1320,7 @@ async def test_listener_reconnects_after_terminate(
 async def test_producer_opens_no_listen_session(
     schema: str, db: psycopg.AsyncConnection[Any]
 ) -> None:
-    """A provider that only enqueues holds no LISTEN session; the first wait opens it."""
+    """A provider that only enqueues has no LISTEN session until its first wait."""
     name = fresh_application_name()
     provider = new_queue(schema, application_name=name)
     await provider.open()

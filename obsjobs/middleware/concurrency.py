@@ -81,8 +81,8 @@ class ConcurrencyLimit(Middleware):
     async def claim(self, queues: Sequence[str], limit: int, *, worker_id: str) -> list[JobRecord]:
         granted = self._grant_held(limit)
         budget = self._global_free(limit - len(granted))
-        # One claim across all queues keeps the provider's priority order; queues with
-        # their own limit are claimed one by one so that each claim fits its room.
+        # One claim across all queues keeps the provider's priority order. Queues with
+        # their own limit are claimed one by one, so that each claim fits its room.
         groups = [list(queues)] if not self._queue_limits else [[queue] for queue in queues]
         for group in groups:
             room = min(budget, *(self._queue_free(queue) for queue in group))

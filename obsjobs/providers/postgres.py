@@ -244,7 +244,7 @@ class PostgresQueue:
         )
         await pool.open()
         # The LISTEN connection starts on the first wait(), so that a producer that only
-        # enqueues holds no connection it never reads.
+        # enqueues keeps no connection open that it never reads.
         self._pool, self._listener = pool, listener
         self._listening = False
         _log.info(

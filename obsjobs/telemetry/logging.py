@@ -96,8 +96,8 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
-    # Tracebacks are rendered without local variables: a job's frame holds its
-    # arguments, and job arguments are not logged.
+    # Tracebacks are rendered without local variables, because a job's frame contains
+    # its arguments and job arguments are not logged.
     if format == "json":
         transformer = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         processors += [

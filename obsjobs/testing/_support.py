@@ -125,7 +125,7 @@ class ContractBase:
 
     @pytest.fixture
     def provider(self) -> QueueProvider:
-        """The provider under test. A subclass must override this fixture."""
+        """Provide the provider under test; this base version raises until overridden."""
         raise NotImplementedError(
             "define a `provider` fixture in your ProviderContract subclass that yields "
             "an opened provider and closes it afterwards"
